@@ -136,6 +136,13 @@ impl AsyncRead for ConnectionIo {
             let n = buf.remaining().min(this.prefix_end - this.prefix_start);
             buf.put_slice(&this.prefix[this.prefix_start..this.prefix_start + n]);
             this.prefix_start += n;
+            // Hand over what else has arrived, as one read of the socket would. Returning the
+            // prefix alone makes hyper read the rest of the head with a second read, before
+            // which it grows its 8 KiB buffer to 16 KiB: 9 KiB more per connection, measured.
+            // An error here is left for the next read to report; the prefix is returned now.
+            if this.prefix_start == this.prefix_end && buf.remaining() > 0 {
+                let _ = Pin::new(&mut this.stream).poll_read(cx, buf);
+            }
             return Poll::Ready(Ok(()));
         }
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
@@ -208,6 +215,18 @@ mod tests {
         let mut out = String::new();
         io.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "hello world");
+    }
+
+    #[tokio::test]
+    async fn prefix_and_the_bytes_already_arrived_come_in_one_read() {
+        let (server, mut client) = pair().await;
+        client.write_all(b" world").await.unwrap();
+        // Wait until the bytes are there, as they are when a request arrives whole.
+        server.readable().await.unwrap();
+        let mut io = ConnectionIo::new(server, b"hello", Instant::now(), TIMEOUTS);
+        let mut buf = [0u8; 64];
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello world");
     }
 
     #[tokio::test(start_paused = true)]

@@ -355,7 +355,9 @@ async fn serve_connection(
     let phase = shared.phase.subscribe();
     let result = match protocol {
         Protocol::Http1 => drive(shared.http1.serve_connection(io, service), phase).await,
-        Protocol::Http2 => drive(shared.http2.serve_connection(io, service), phase).await,
+        // Boxed: the HTTP/2 connection state is large, and inline it would make every HTTP/1
+        // connection's task as large.
+        Protocol::Http2 => Box::pin(drive(shared.http2.serve_connection(io, service), phase)).await,
     };
     if let Err(err) = result {
         // Client errors (timeouts, malformed requests, resets) are routine on the internet.
