@@ -4,8 +4,13 @@
   craneLib,
   commonArgs,
   advisory-db,
+  lib,
 }:
 craneLib.cargoAudit {
   inherit (commonArgs) src;
   inherit advisory-db;
+  # crane cannot read the name from the audit's filtered source (only
+  # Cargo.lock survives it) and would call the check crate-audit-0.0.0.
+  pname = "hello-server";
+  inherit ((lib.importTOML ../../Cargo.toml).package) version;
 }
