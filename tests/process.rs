@@ -79,6 +79,20 @@ impl Running {
             .unwrap_or_else(|_| panic!("still running after {within:?}"))
     }
 
+    /// Waits for a stderr line containing `needle`, at most [`WAIT`].
+    fn wait_for_line(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no log line with {needle:?} within {WAIT:?}"));
+            if line.contains(needle) {
+                return;
+            }
+        }
+    }
+
     /// The stderr lines written so far and up to exit.
     fn remaining_lines(&self) -> Vec<String> {
         self.lines.try_iter().collect()
@@ -176,16 +190,7 @@ fn second_signal_during_the_drain_exits_at_once() {
     // Once this completes, the stalled connection (opened earlier) has been accepted too.
     assert!(http_get(server.addr, "/").contains("200 OK"));
     server.signal("TERM");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let line = server
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("drain line");
-        if line.contains("draining") {
-            break;
-        }
-    }
+    server.wait_for_line("draining");
     let asked = Instant::now();
     server.signal("TERM");
     let status = server.exit_within(WAIT);
@@ -305,13 +310,7 @@ fn healthcheck_exits_1_on_a_non_200() {
     // With a shutdown delay the server keeps answering, and /readyz says 503.
     let server = Running::start(&[("HELLO_SHUTDOWN_DELAY", "1m")]);
     server.signal("TERM");
-    let deadline = Instant::now() + WAIT;
-    while !server
-        .lines
-        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .expect("shutdown line")
-        .contains("readiness off")
-    {}
+    server.wait_for_line("readiness off");
     let url = format!("http://{}/readyz", server.addr);
     let output = run(&["healthcheck", "--url", &url], &[]);
     assert_eq!(output.status.code(), Some(1));

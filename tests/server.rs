@@ -15,6 +15,19 @@ use tokio::time::timeout;
 /// Short enough for a quick test, long enough for a loaded CI machine to send a request.
 const SHORT_TIMEOUT: Duration = Duration::from_millis(400);
 
+/// Reads until the server closes `client`, which must happen within the short timeout plus a
+/// second of slack; returns what the server sent meanwhile.
+async fn closed_by_the_timeout(client: &mut RawClient) -> Vec<u8> {
+    let started = tokio::time::Instant::now();
+    let reply = client.closed_within(SHORT_TIMEOUT + WAIT).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < SHORT_TIMEOUT + Duration::from_secs(1),
+        "closed after {elapsed:?}"
+    );
+    reply
+}
+
 fn short_timeouts() -> ServerConfig {
     ServerConfig {
         header_read_timeout: SHORT_TIMEOUT,
@@ -210,30 +223,26 @@ async fn h2c_can_be_turned_off() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn oversized_header_field_gets_431_and_close() {
+/// Sends `request` to a fresh server and expects 431, then the connection closed.
+async fn get_431_and_close(request: String) {
     let server = TestServer::start_default().await;
     let mut client = RawClient::connect(server.addr).await;
-    let big = "a".repeat(20 * 1024);
-    client
-        .send(format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n").as_bytes())
-        .await;
+    client.send(request.as_bytes()).await;
     assert_eq!(client.response(false).await.status, 431);
     client.closed_within(WAIT).await;
     server.stop().await;
 }
 
 #[tokio::test]
+async fn oversized_header_field_gets_431_and_close() {
+    let big = "a".repeat(20 * 1024);
+    get_431_and_close(format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n")).await;
+}
+
+#[tokio::test]
 async fn too_many_headers_get_431_and_close() {
-    let server = TestServer::start_default().await;
-    let mut client = RawClient::connect(server.addr).await;
     let headers: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
-    client
-        .send(format!("GET / HTTP/1.1\r\n{headers}\r\n").as_bytes())
-        .await;
-    assert_eq!(client.response(false).await.status, 431);
-    client.closed_within(WAIT).await;
-    server.stop().await;
+    get_431_and_close(format!("GET / HTTP/1.1\r\n{headers}\r\n")).await;
 }
 
 #[tokio::test]
@@ -275,13 +284,7 @@ async fn slow_request_head_is_closed_after_the_header_read_timeout() {
     let server = TestServer::start(short_timeouts()).await;
     let mut client = RawClient::connect(server.addr).await;
     client.send(b"GET / HTTP/1.1\r\nHost: t\r\n").await;
-    let started = tokio::time::Instant::now();
-    let reply = client.closed_within(SHORT_TIMEOUT + WAIT).await;
-    assert!(
-        started.elapsed() < SHORT_TIMEOUT + Duration::from_secs(1),
-        "closed after {:?}",
-        started.elapsed()
-    );
+    let reply = closed_by_the_timeout(&mut client).await;
     assert!(
         !reply.starts_with(b"HTTP/1.1 200"),
         "an incomplete head is never answered"
@@ -298,13 +301,7 @@ async fn silent_connection_is_closed_after_the_header_read_timeout() {
         })
         .await;
         let mut client = RawClient::connect(server.addr).await;
-        let started = tokio::time::Instant::now();
-        client.closed_within(SHORT_TIMEOUT + WAIT).await;
-        assert!(
-            started.elapsed() < SHORT_TIMEOUT + Duration::from_secs(1),
-            "h2c={h2c}: closed after {:?}",
-            started.elapsed()
-        );
+        closed_by_the_timeout(&mut client).await;
         server.stop().await;
     }
 }
@@ -314,13 +311,7 @@ async fn partial_h2_preface_is_closed_after_the_header_read_timeout() {
     let server = TestServer::start(short_timeouts()).await;
     let mut client = RawClient::connect(server.addr).await;
     client.send(b"PRI * HTTP/2.0\r\n").await;
-    let started = tokio::time::Instant::now();
-    client.closed_within(SHORT_TIMEOUT + WAIT).await;
-    assert!(
-        started.elapsed() < SHORT_TIMEOUT + Duration::from_secs(1),
-        "closed after {:?}",
-        started.elapsed()
-    );
+    closed_by_the_timeout(&mut client).await;
     server.stop().await;
 }
 
@@ -330,13 +321,7 @@ async fn idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
     let mut client = RawClient::connect(server.addr).await;
     client.send(&get("/")).await;
     client.response(false).await.assert_go_hello();
-    let started = tokio::time::Instant::now();
-    client.closed_within(SHORT_TIMEOUT + WAIT).await;
-    assert!(
-        started.elapsed() < SHORT_TIMEOUT + Duration::from_secs(1),
-        "closed after {:?}",
-        started.elapsed()
-    );
+    closed_by_the_timeout(&mut client).await;
     server.stop().await;
 }
 
