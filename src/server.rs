@@ -40,7 +40,7 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Timeouts and limits; every one is configurable (see [`ServeArgs`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub header_read_timeout: Duration,
     pub write_timeout: Duration,
@@ -434,5 +434,19 @@ async fn drive(
                 Ok(Phase::Aborting) | Err(_) => return Ok(()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The defaults are written twice, as clap strings and here (for embedding and tests);
+    /// this keeps them equal. Needs no HELLO_* variable in the test's environment.
+    #[test]
+    fn default_config_equals_the_command_line_defaults() {
+        let cli = crate::config::Cli::try_parse_from(["hello-server"]).expect("no arguments parse");
+        assert_eq!(ServerConfig::from(&cli.serve), ServerConfig::default());
     }
 }
